@@ -1,0 +1,59 @@
+# Every target creates what it needs on a fresh machine. `make test` is exactly what CI runs.
+SHELL := /bin/bash
+export PYENV_VERSION ?= 3.12.1:3.13.0:3.11.7
+export SAM_CLI_TELEMETRY := 0
+export AWS_DEFAULT_REGION ?= us-east-1
+PYTHON ?= $(shell command -v python3.12 2>/dev/null || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+SAM := .venv-sam/bin/sam
+
+.PHONY: setup lint typecheck validate build unit test local bench chaos redrive deploy clean
+
+$(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv
+	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements-dev.txt -e .
+	touch $@
+
+.venv-sam/.installed: requirements-sam.txt
+	test -x .venv-sam/bin/python || $(PYTHON) -m venv .venv-sam
+	.venv-sam/bin/python -m pip install -q uv
+	.venv-sam/bin/uv pip install -q --python .venv-sam/bin/python -r requirements-sam.txt
+	touch $@
+
+setup: $(VENV)/.installed .venv-sam/.installed
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+validate: .venv-sam/.installed
+	$(SAM) validate --lint
+	.venv-sam/bin/cfn-lint template.yaml
+
+build: .venv-sam/.installed
+	$(SAM) build
+
+unit: $(VENV)/.installed
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck validate build unit
+
+local: $(VENV)/.installed
+	$(PY) -m devstack
+
+bench: $(VENV)/.installed
+	$(PY) -m bench
+
+redrive: $(VENV)/.installed
+	$(PY) -m ops.redrive $(ARGS)
+
+deploy: build
+	$(SAM) deploy $(if $(ENV),--config-env $(ENV),)
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

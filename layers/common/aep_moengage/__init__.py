@@ -1,0 +1,1 @@
+"""AEP -> MoEngage connector: the one domain package shared by the ingest and delivery functions."""

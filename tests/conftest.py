@@ -1,0 +1,74 @@
+"""Shared test setup: fake AWS credentials, Powertools env, cache/metric resets, a fake Lambda context."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS_DIR = ROOT / "events"
+AEP_SAMPLES_DIR = ROOT.parent / "shared" / "reference" / "samples" / "aep"
+
+# Set before any boto3 client or Powertools object exists (module import time of the test session).
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_SERVICE_NAME": "aep-moengage",
+        "POWERTOOLS_METRICS_NAMESPACE": "AepMoEngage",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "POWERTOOLS_DEV": "0",
+    }
+)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_PROFILE", None)
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "test-function"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    remaining_ms: int = 30_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def lambda_context() -> FakeLambdaContext:
+    return FakeLambdaContext()
+
+
+@pytest.fixture(autouse=True)
+def _reset_powertools() -> Iterator[None]:
+    """Every test starts with empty secret caches and metric buffers."""
+    from aws_lambda_powertools.utilities import parameters
+
+    from aep_moengage.observability import metrics
+
+    parameters.clear_caches()
+    metrics.clear_metrics()
+    yield
+    parameters.clear_caches()
+    metrics.clear_metrics()
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """Load one file of events/ (the same files feed `sam local invoke -e`)."""
+    return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def aep_sample_paths() -> list[Path]:
+    return sorted(AEP_SAMPLES_DIR.glob("*.json"))
