@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,18 @@ def _reset_powertools() -> Iterator[None]:
     yield
     parameters.clear_caches()
     metrics.clear_metrics()
+
+
+@pytest.fixture
+def log_output(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
+    """Everything the function printed: Powertools log lines and EMF metric blobs (stdout)."""
+    from aep_moengage.observability import logger
+
+    buffer = io.StringIO()
+    handler = logger.registered_handler
+    previous = handler.setStream(buffer)  # type: ignore[attr-defined]
+    yield lambda: buffer.getvalue() + capsys.readouterr().out
+    handler.setStream(previous)  # type: ignore[attr-defined]
 
 
 def load_event(name: str) -> dict[str, Any]:

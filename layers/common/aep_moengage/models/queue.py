@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 # SQS message attribute names (strings), read by delivery and the operations tools.
 ATTR_CORRELATION_ID = "correlation_id"

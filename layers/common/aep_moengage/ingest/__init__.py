@@ -1,0 +1,1 @@
+"""Ingest: authenticate AEP's call, normalize its profiles, make them durable in SQS."""
