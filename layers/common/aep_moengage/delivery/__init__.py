@@ -1,0 +1,1 @@
+"""Delivery side: SQS queue messages -> MoEngage Data API (mapping, packing, sending, outcomes)."""
