@@ -1,0 +1,1 @@
+"""Local development stack: emulators and runners used by `make local` and the tests."""
