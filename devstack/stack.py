@@ -154,7 +154,7 @@ class LocalStack:
             self._crashing(deliver_app.lambda_handler),
             batch_size=self.settings.batch_size,
             batching_window_seconds=self.settings.batching_window_seconds * scale,
-            function_timeout_seconds=max(2.0, self.settings.delivery.timeout_seconds * scale),
+            function_timeout_seconds=max(5.0, self.settings.delivery.timeout_seconds * scale),
         )
         self.event_source.start()
 
@@ -184,9 +184,9 @@ class LocalStack:
         dlq_arn = self._queue_arn(self.dlq_url)
         attributes = dict(self.settings.queue_attributes)
         attributes["VisibilityTimeout"] = str(max(1, round(int(attributes.get("VisibilityTimeout", 30)) * scale)))
-        attributes["RedrivePolicy"] = json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": self.settings.max_receive_count}
-        )
+        # MAX_RECEIVE_COUNT in the environment overrides the template for the queue and the handler alike.
+        max_receive_count = self.config.overrides.get("MAX_RECEIVE_COUNT", self.settings.max_receive_count)
+        attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
         attributes.pop("ReceiveMessageWaitTimeSeconds", None)  # the local poller long-polls 1 s at a time
         self.queue_url = self.sqs.create_queue(QueueName=QUEUE_NAME, Attributes=attributes)["QueueUrl"]
 
@@ -240,6 +240,9 @@ class LocalStack:
                 "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon on a laptop
             }
         )
+        if scale < 1:
+            # A scaled-down delivery timeout must still fit a MoEngage call: the emulator answers in milliseconds.
+            environment["MOENGAGE_TIMEOUT_SECONDS"] = "0.5,1.5"
         environment.update(self.config.overrides)
         if moengage_base_url:
             environment["MOENGAGE_BASE_URL"] = moengage_base_url

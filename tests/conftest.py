@@ -35,6 +35,25 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
 
 
+# events/ingest_*.json -> (HTTP status, profiles accepted, profiles listed as rejected). The size-limit event is
+# over MAX_BODY_BYTES only when that is set below its 74 KB (tests set 65536).
+INGEST_EVENT_EXPECTATIONS: dict[str, tuple[int, int, int]] = {
+    "ingest_http_api_profile.json": (200, 1, 0),
+    "ingest_sdk_profiles.json": (200, 2, 0),
+    "ingest_sdk_template.json": (200, 3, 0),
+    "ingest_basic_auth.json": (200, 2, 0),
+    "ingest_unicode_values.json": (200, 1, 0),
+    "ingest_partial_rejection.json": (200, 2, 3),
+    "ingest_refused_not_json.json": (400, 0, 0),
+    "ingest_refused_unrecognized_shape.json": (400, 0, 0),
+    "ingest_refused_no_usable_profile.json": (400, 0, 2),
+    "ingest_refused_content_type.json": (415, 0, 0),
+    "ingest_refused_no_token.json": (401, 0, 0),
+    "ingest_refused_wrong_token.json": (401, 0, 0),
+    "ingest_refused_too_large.json": (413, 0, 0),
+}
+
+
 @dataclass
 class FakeLambdaContext:
     function_name: str = "test-function"

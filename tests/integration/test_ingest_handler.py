@@ -16,7 +16,7 @@ import ingest_app
 from aep_moengage.aws import sqs_client
 from aep_moengage.ingest.settings import load_settings
 from aep_moengage.models.queue import QueueMessage
-from tests.conftest import AEP_SAMPLES_DIR, FakeLambdaContext, load_event
+from tests.conftest import AEP_SAMPLES_DIR, INGEST_EVENT_EXPECTATIONS, FakeLambdaContext, load_event
 
 TOKEN = "local-dev-token"
 SECRET_NAME = "aep-moengage/ingest-tokens"
@@ -87,21 +87,7 @@ def with_body(body: Any, *, token: str = TOKEN, request_id: str = "req-test") ->
     return event
 
 
-EXPECTED_STATUS = {
-    "ingest_http_api_profile.json": (200, 1, 0),
-    "ingest_sdk_profiles.json": (200, 2, 0),
-    "ingest_sdk_template.json": (200, 3, 0),
-    "ingest_basic_auth.json": (200, 2, 0),
-    "ingest_unicode_values.json": (200, 1, 0),
-    "ingest_partial_rejection.json": (200, 2, 3),
-    "ingest_refused_not_json.json": (400, 0, 0),
-    "ingest_refused_unrecognized_shape.json": (400, 0, 0),
-    "ingest_refused_no_usable_profile.json": (400, 0, 2),
-    "ingest_refused_content_type.json": (415, 0, 0),
-    "ingest_refused_no_token.json": (401, 0, 0),
-    "ingest_refused_wrong_token.json": (401, 0, 0),
-    "ingest_refused_too_large.json": (413, 0, 0),
-}
+EXPECTED_STATUS = INGEST_EVENT_EXPECTATIONS
 
 
 def test_every_event_file_has_an_expectation() -> None:
