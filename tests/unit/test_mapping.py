@@ -250,6 +250,8 @@ RENAME_CASES = [
     ("user_id", "aep_user_id"),
     ("moe_score", "aep_moe_score"),
     ("MOE_Flag", "aep_MOE_Flag"),
+    ("moe_unsubscribe", "moe_unsubscribe"),  # a documented MoEngage system attribute (consent): kept
+    ("MOE_UNSUBSCRIBE", "aep_MOE_UNSUBSCRIBE"),  # ... only in MoEngage's spelling
     ("USER_ATTRIBUTE_X", "aep_USER_ATTRIBUTE_X"),
     ("AEPSegments", "aep_AEPSegments"),  # the connector's own array
     ("addValueToArrayField", "aep_addValueToArrayField"),

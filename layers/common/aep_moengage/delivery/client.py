@@ -14,7 +14,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 import requests
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from requests.adapters import HTTPAdapter
 
 from aep_moengage.models.moengage import MoEngageErrorBody
@@ -28,8 +28,8 @@ class MoEngageCredentials(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
-    workspace_id: str
-    data_api_key: SecretStr
+    workspace_id: str = Field(min_length=1)
+    data_api_key: SecretStr = Field(min_length=1)
     data_center: str | None = None
 
 

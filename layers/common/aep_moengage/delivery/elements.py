@@ -31,10 +31,10 @@ _OLDEST = datetime.min.replace(tzinfo=UTC)
 
 
 class ProfileRef(NamedTuple):
-    """Where a profile came from: the SQS message and its position in the queue message."""
+    """Where a profile came from: the SQS message and its position in the queue message's `profiles`."""
 
     message_id: str
-    profile_index: int
+    position: int
 
 
 @dataclass

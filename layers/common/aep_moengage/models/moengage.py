@@ -26,8 +26,15 @@ BLOCKED_CUSTOMER_IDS = frozenset(
     }
 )  # fmt: skip
 # Attribute names MoEngage forbids or reserves (case-insensitive), and forbidden prefixes.
-FORBIDDEN_ATTRIBUTE_NAMES = frozenset({"id", "_id", "status", "source", "user_id", "moe_gaid", "install", "update"})
+FORBIDDEN_ATTRIBUTE_NAMES = frozenset({"id", "_id", "status", "source", "user_id", "install", "update"})
 FORBIDDEN_ATTRIBUTE_PREFIXES = ("moe_", "user_attribute_")
+# MoEngage's documented system attributes that start with moe_ (subscription and consent flags): allowed.
+SYSTEM_MOE_ATTRIBUTES = frozenset(
+    {
+        "moe_unsubscribe", "moe_spam", "moe_hard_bounce", "moe_sms_subscription", "moe_wa_subscription",
+        "moe_sub_w", "moe_email_optin_status", "moe_em_unsub_categories",
+    }
+)  # fmt: skip
 
 MAX_VALUE_LENGTH = 512  # characters; MoEngage truncates longer values
 MAX_ARRAY_ITEMS = 50
@@ -59,6 +66,8 @@ def is_blocked_customer_id(customer_id: str) -> bool:
 
 
 def is_forbidden_attribute_name(name: str) -> bool:
+    if name in SYSTEM_MOE_ATTRIBUTES:
+        return False
     lowered = name.lower()
     return lowered in FORBIDDEN_ATTRIBUTE_NAMES or lowered.startswith(FORBIDDEN_ATTRIBUTE_PREFIXES)
 
