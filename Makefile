@@ -49,6 +49,9 @@ local: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m bench
 
+chaos: $(VENV)/.installed
+	$(PY) -m devstack.chaos $(ARGS)
+
 redrive: $(VENV)/.installed
 	$(PY) -m ops.redrive $(ARGS)
 
