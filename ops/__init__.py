@@ -1,0 +1,1 @@
+"""Operations tools run by on-call from a laptop or CI (`make redrive`), never deployed to Lambda."""
