@@ -63,7 +63,7 @@ def dependencies(client: FakeClient, queue: FakeQueue, **env: str) -> DeliveryDe
         limiter=TokenBucket(10_000),
         queue=queue,
         sleep=lambda _: None,
-        rng=lambda: 1.0,
+        rng=lambda: 0.0,
     )
 
 
@@ -101,7 +101,7 @@ def test_a_retry_holds_back_the_permanent_failures_of_its_message_until_the_last
     report = run([message(1, "u-1", "null", receive_count=2)], client, queue)
     assert report.retry_message_ids == {"m-1"}
     assert queue.dead == []
-    assert queue.visibility == [("r-1", 120)]  # 60 s * 2^(2-1), rng 1.0: no jitter
+    assert queue.visibility == [("r-1", 120)]  # 60 s * 2^(2-1), rng 0.0: no jitter
 
 
 def test_on_the_last_receive_everything_goes_to_the_dlq_with_reasons() -> None:

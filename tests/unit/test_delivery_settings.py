@@ -109,7 +109,7 @@ def test_data_center_hosts() -> None:
     assert data_center_base_url("101") == "https://api-101.moengage.com"
 
 
-@pytest.mark.parametrize(("receives", "low", "high"), [(1, 30, 60), (2, 60, 120), (4, 240, 480), (9, 3600, 7200)])
+@pytest.mark.parametrize(("receives", "low", "high"), [(1, 60, 75), (2, 120, 150), (4, 480, 600), (9, 7200, 9000)])
 def test_visibility_backoff_doubles_per_receive_up_to_the_maximum(receives: int, low: int, high: int) -> None:
     settings = DeliverySettings.from_env(REQUIRED)
     assert visibility_backoff(receives, settings, lambda: 0.0) == low

@@ -282,9 +282,10 @@ def _send_to_dlq(
 
 
 def visibility_backoff(receive_count: int, settings: DeliverySettings, rng: Callable[[], float]) -> int:
-    """min(max, base * 2^(receives-1)), jittered down by up to half so that retries of a burst spread out."""
+    """min(max, base * 2^(receives-1)), jittered *up* by up to a quarter so that retries of a burst spread out
+    while the retry window before the DLQ never falls below the documented sum (>= 4 h with the defaults)."""
     delay = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, receive_count - 1))
-    return int(min(SQS_MAX_VISIBILITY_SECONDS, delay * (0.5 + 0.5 * rng())))
+    return int(min(SQS_MAX_VISIBILITY_SECONDS, delay * (1 + 0.25 * rng())))
 
 
 def _emit_metrics(report: BatchReport) -> None:
