@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 import threading
 from types import FrameType
 
 from devstack.stack import LocalStack
+
+
+def busy_ports(stack: LocalStack) -> list[str]:
+    """Ports of the contract that another program holds, with the variable that moves each."""
+    config = stack.config
+    wanted = {
+        "LOCAL_API_PORT": config.api_port,
+        "LOCAL_AWS_PORT": config.aws_port,
+        "MOENGAGE_EMULATOR_PORT": config.emulator_port if config.real_moengage is None else 0,
+    }
+    busy = []
+    for variable, port in wanted.items():
+        if not port:
+            continue
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((config.host, port))
+            except OSError:
+                busy.append(f"port {port} is in use (set {variable} to another port, or stop the program using it)")
+    return busy
 
 
 def main() -> int:
@@ -22,6 +44,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     stack = LocalStack()
+    busy = busy_ports(stack)
+    if busy:
+        print("cannot start: " + "; ".join(busy), file=sys.stderr)
+        return 1
     try:
         stack.start()
         config = stack.config

@@ -845,7 +845,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.drop_connection:
             self.close_connection = True
             return
-        data = json.dumps(reply.body).encode()
+        data = json.dumps(reply.body, ensure_ascii=False).encode("utf-8")
         self.send_response(reply.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
