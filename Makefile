@@ -8,12 +8,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SAM := .venv-sam/bin/sam
 
-.PHONY: setup lint typecheck validate build unit test local bench chaos redrive deploy clean
+.PHONY: setup lint typecheck validate build unit unit-py311 test local bench chaos redrive deploy clean
 
 $(VENV)/.installed: requirements-dev.txt layers/common/requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv
 	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements-dev.txt -e .
+	touch $@
+
+# The code must also run on Python 3.11 (the default python3 of a fresh machine): unit and integration tests there.
+PYTHON311 ?= $(shell command -v python3.11 2>/dev/null)
+.venv311/.installed: requirements-dev.txt layers/common/requirements.txt pyproject.toml
+	test -x .venv311/bin/python || $(PYTHON311) -m venv .venv311
+	.venv311/bin/python -m pip install -q uv
+	.venv311/bin/uv pip install -q --python .venv311/bin/python -r requirements-dev.txt -e .
 	touch $@
 
 .venv-sam/.installed: requirements-sam.txt
@@ -41,7 +49,10 @@ build: .venv-sam/.installed
 unit: $(VENV)/.installed
 	$(VENV)/bin/pytest -q
 
-test: lint typecheck validate build unit
+unit-py311: .venv311/.installed
+	.venv311/bin/pytest -q -p no:cacheprovider tests/unit tests/integration
+
+test: lint typecheck validate build unit-py311 unit
 
 local: $(VENV)/.installed
 	$(PY) -m devstack
@@ -59,4 +70,4 @@ deploy: build
 	$(SAM) deploy $(if $(ENV),--config-env $(ENV),)
 
 clean:
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .venv311
