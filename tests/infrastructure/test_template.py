@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from devstack.template import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -26,36 +27,9 @@ FOURTEEN_DAYS = 14 * 24 * 3600
 ONE_MIB = 1024 * 1024
 
 
-class CloudFormationLoader(yaml.SafeLoader):
-    """SafeLoader that understands CloudFormation's short-form intrinsic function tags."""
-
-
-def _construct(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        return loader.construct_scalar(node)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    assert isinstance(node, yaml.MappingNode)
-    return loader.construct_mapping(node, deep=True)
-
-
-def _intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> Any:
-    value = _construct(loader, node)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "Condition":
-        return {"Condition": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        return {"Fn::GetAtt": value.split(".", 1)}
-    return {f"Fn::{tag_suffix}": value}
-
-
-CloudFormationLoader.add_multi_constructor("!", _intrinsic)
-
-
 @cache
 def template() -> dict[str, Any]:
-    loaded = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=CloudFormationLoader)  # noqa: S506
+    loaded = load_template(TEMPLATE)
     assert isinstance(loaded, dict)
     return loaded
 
