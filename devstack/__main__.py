@@ -56,6 +56,9 @@ def main() -> int:
         print(f"                dlq {stack.dlq_url}")
         if stack.emulator:
             print(f"MoEngage        {stack.emulator.base_url}  (GET /_emulator/users/<customer_id>)")
+        elif config.real_moengage:
+            real = config.real_moengage
+            print(f"MoEngage        the REAL MoEngage: workspace {real.workspace_id} in {real.data_center}")
         print(f"time scale      {config.time_scale}", flush=True)
         print("ready", flush=True)
         stopping.wait()
