@@ -324,3 +324,20 @@ def test_unexpected_failure_is_a_json_503(stack: Stack, monkeypatch: pytest.Monk
     monkeypatch.setattr(ingest_app.IngestService, "handle", explode)
     code, answer, _ = invoke(load_event("ingest_sdk_profiles.json"))
     assert code == 503 and answer["error"]["code"] == "unavailable"
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_constants_are_refused(stack: Stack, literal: str) -> None:
+    event = load_event("ingest_sdk_profiles.json")
+    event["body"] = '{"identityMap": {"u": [{"id": "1"}]}, "score": ' + literal + "}"
+    code, answer, _ = invoke(event)
+    assert code == 400 and answer["error"]["code"] == "invalid_json"
+
+
+def test_a_number_too_large_for_a_double_rejects_only_its_profile(stack: Stack) -> None:
+    event = load_event("ingest_sdk_profiles.json")
+    event["body"] = (
+        '{"profiles": [{"identityMap": {"u": [{"id": "1"}]}, "x": 1e400}, {"identityMap": {"u": [{"id": "2"}]}}]}'
+    )
+    code, answer, _ = invoke(event)
+    assert code == 200 and answer["accepted"] == 1 and answer["rejected"][0]["index"] == 0

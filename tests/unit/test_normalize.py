@@ -205,3 +205,11 @@ def test_timestamp_spellings(text: Any) -> None:
 def test_bad_timestamps(bad: Any) -> None:
     with pytest.raises(ProfileError, match="ISO-8601"):
         parse_timestamp(bad, "t")
+
+
+@pytest.mark.parametrize("value", [float("inf"), [1.0, float("-inf")], {"deep": [float("nan")]}])
+def test_numbers_json_cannot_carry_reject_the_profile(value: Any) -> None:
+    # A double overflow (1e400) parses as inf, which would leave as null: the profile is refused, not mangled
+    result = normalize_body({"profiles": [{"identityMap": {"u": [{"id": "1"}]}, "attributes": {"score": value}}]})
+    assert result.profiles == []
+    assert "out of range" in result.rejected[0].reason

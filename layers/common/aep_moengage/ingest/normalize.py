@@ -12,6 +12,7 @@ A profile that cannot be used is listed with its index and a reason that never q
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -254,7 +255,20 @@ def _flatten(path: str, value: Any, into: dict[str, Any], *, depth: int) -> None
         for key, child in value.items():
             _flatten(f"{path}.{key}", child, into, depth=depth + 1)
         return
+    if not _finite(value):
+        # JSON has no Infinity: a number too large for a double would be sent as null, so refuse it instead.
+        raise ProfileError(f"attribute {path!r} holds a number out of range")
     into[path] = value
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    return True
 
 
 def parse_timestamp(value: Any, where: str) -> datetime:

@@ -55,6 +55,14 @@ def error_response(status: int, code: str, message: str, correlation_id: str, **
     )
 
 
+class NonJsonConstantError(ValueError):
+    """Python's json module accepts NaN and Infinity, which JSON (RFC 8259) does not."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise NonJsonConstantError(f"{name} is not a JSON value")
+
+
 class IngestService:
     def __init__(
         self,
@@ -101,11 +109,13 @@ class IngestService:
                 limit_bytes=self._settings.max_body_bytes,
             )
         try:
-            body = json.loads(request.body.decode("utf-8"))
+            body = json.loads(request.body.decode("utf-8"), parse_constant=_reject_constant)
         except UnicodeDecodeError as error:
             return refuse(400, "invalid_encoding", f"the body is not valid UTF-8 (byte {error.start})")
         except json.JSONDecodeError as error:
             return refuse(400, "invalid_json", f"the body is not valid JSON: {error.msg} at line {error.lineno}")
+        except NonJsonConstantError as error:
+            return refuse(400, "invalid_json", f"the body is not valid JSON: {error}")
         except RecursionError:
             return refuse(400, "invalid_json", "the body is nested too deeply")
         try:
