@@ -83,7 +83,8 @@ def response_to_event(response: HttpResponse) -> dict[str, Any]:
     return {
         "statusCode": response.status,
         "headers": {"Content-Type": "application/json", **response.headers},
-        "body": json.dumps(response.body, ensure_ascii=False, separators=(",", ":")),
+        # ASCII-escaped: a refusal may quote a field name that UTF-8 cannot carry (an unpaired surrogate).
+        "body": json.dumps(response.body, separators=(",", ":")),
         "isBase64Encoded": False,
     }
 

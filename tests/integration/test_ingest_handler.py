@@ -341,3 +341,18 @@ def test_a_number_too_large_for_a_double_rejects_only_its_profile(stack: Stack) 
     )
     code, answer, _ = invoke(event)
     assert code == 200 and answer["accepted"] == 1 and answer["rejected"][0]["index"] == 0
+
+
+def test_an_unpaired_surrogate_escape_rejects_only_its_profile(stack: Stack) -> None:
+    # JSON allows "\ud800" but UTF-8 cannot carry it: that profile is refused with a reason, not a 5xx
+    event = load_event("ingest_sdk_profiles.json")
+    event["body"] = (
+        '{"profiles": [{"identityMap": {"u": [{"id": "a\\ud800"}]}}, {"identityMap": {"u": [{"id": "ok"}]},'
+        ' "name": "b\\udc00"}, {"identityMap": {"u": [{"id": "fine"}]}}]}'
+    )
+    code, answer, _ = invoke(event)
+    assert code == 200 and answer["accepted"] == 1
+    assert [r["index"] for r in answer["rejected"]] == [0, 1]
+    assert "Unicode" in answer["rejected"][0]["reason"]
+    (queued,) = stack.drain()
+    assert queued["message"].profiles[0].identities == {"u": ["fine"]}

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pydantic_core import PydanticSerializationError
+
 from aep_moengage.models.queue import ATTR_CORRELATION_ID, ATTR_SCHEMA_VERSION, SCHEMA_VERSION, CanonicalProfile
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ class PackedMessage:
 class Packing:
     messages: list[PackedMessage]
     oversized: list[int]  # indexes of profiles that do not fit in one message on their own
+    unencodable: list[int]  # indexes of profiles with text UTF-8 cannot carry (JSON's lone surrogate escapes)
 
 
 def pack_profiles(
@@ -46,6 +49,7 @@ def pack_profiles(
     overhead = len(head.encode()) + 2  # "]}"
     messages: list[PackedMessage] = []
     oversized: list[int] = []
+    unencodable: list[int] = []
     parts: list[str] = []
     indexes: list[int] = []
     size = overhead
@@ -57,8 +61,12 @@ def pack_profiles(
         parts, indexes, size = [], [], overhead
 
     for profile in profiles:
-        encoded = profile.model_dump_json(exclude_none=True)
-        encoded_size = len(encoded.encode())
+        try:
+            encoded = profile.model_dump_json(exclude_none=True)
+            encoded_size = len(encoded.encode())
+        except (PydanticSerializationError, UnicodeEncodeError):
+            unencodable.append(profile.index)
+            continue
         if overhead + encoded_size > max_bytes:
             oversized.append(profile.index)
             continue
@@ -68,7 +76,7 @@ def pack_profiles(
         parts.append(encoded)
         indexes.append(profile.index)
     flush()
-    return Packing(messages, oversized)
+    return Packing(messages, oversized, unencodable)
 
 
 @dataclass

@@ -132,9 +132,16 @@ class IngestService:
             received_at=datetime.now(UTC),
             max_bytes=self._settings.queue_message_max_bytes,
         )
-        rejected = result.rejected + [
-            Rejection(index, f"the profile is larger than {self._settings.queue_message_max_bytes} bytes")
-            for index in packing.oversized
+        rejected = [
+            *result.rejected,
+            *(
+                Rejection(index, f"the profile is larger than {self._settings.queue_message_max_bytes} bytes")
+                for index in packing.oversized
+            ),
+            *(
+                Rejection(index, "the profile holds text that is not valid Unicode (an unpaired surrogate escape)")
+                for index in packing.unencodable
+            ),
         ]
         rejected.sort(key=lambda rejection: rejection.index)
         report.rejected = rejected
