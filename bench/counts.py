@@ -80,8 +80,8 @@ class PipelineCounts:
         } | {name: round(value, 2) for name, value in asdict(self).items() if isinstance(value, float)}
 
 
-def run_pipeline(stack: InProcessStack, profiles_per_request: int, *, batch_size: int | None = None) -> PipelineCounts:
-    batch_size = batch_size or stack.facts.batch_size
+def run_pipeline(stack: InProcessStack, profiles_per_request: int) -> PipelineCounts:
+    batch_size = stack.facts.batch_size
     stack.new_queue(f"bench-counts-{profiles_per_request}-{batch_size}")
     stack.emulator.reset()
     requests = PROFILES // profiles_per_request
