@@ -12,6 +12,7 @@ from aep_moengage.delivery import runtime
 from aep_moengage.delivery.sending import Deadline
 from aep_moengage.delivery.service import InboundMessage, deliver_batch
 from aep_moengage.observability import logger, metrics, tracer
+from aep_moengage.warmup import freeze_cold_start_heap
 
 
 class HandedBackToQueue(Exception):
@@ -23,6 +24,7 @@ class HandedBackToQueue(Exception):
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     dependencies = runtime.dependencies()
+    freeze_cold_start_heap()
     messages = [InboundMessage.from_sqs_record(record) for record in event.get("Records", [])]
     deadline = Deadline.from_context(context, request_timeout_seconds=dependencies.settings.request_timeout_seconds)
     report = deliver_batch(messages, dependencies, deadline)

@@ -22,6 +22,7 @@ from aep_moengage.ingest.service import HttpRequest, HttpResponse, IngestReport,
 from aep_moengage.ingest.settings import ConfigurationError, load_settings
 from aep_moengage.observability import METRICS_NAMESPACE, SERVICE, logger, metrics, tracer
 from aep_moengage.secrets import get_json_secret
+from aep_moengage.warmup import freeze_cold_start_heap
 
 
 @cache
@@ -45,7 +46,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     correlation_id = str(event.get("requestContext", {}).get("requestId") or context.aws_request_id)
     try:
         request = request_from_event(event, correlation_id)
-        response = ingest_service().handle(request, report)
+        service = ingest_service()
+        freeze_cold_start_heap()
+        response = service.handle(request, report)
     except BadEventBodyError as error:
         report.refused = "invalid_encoding"
         response = error_response(400, "invalid_encoding", str(error), correlation_id)

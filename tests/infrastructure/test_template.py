@@ -160,7 +160,7 @@ def test_rate_limit_default_is_90_percent_of_moengages_default_limit() -> None:
 
 
 FUNCTIONS = {
-    "IngestFunction": ("functions/ingest/", "ingest_app.lambda_handler", 256, 5),
+    "IngestFunction": ("functions/ingest/", "ingest_app.lambda_handler", 512, 5),
     "DeliveryFunction": ("functions/deliver/", "deliver_app.lambda_handler", 512, 60),
 }
 
