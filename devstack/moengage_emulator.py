@@ -698,7 +698,8 @@ class MoEngageEmulator:
         if self._window_start is None or now - self._window_start >= self._window_seconds:
             seconds_left = self._window_seconds
         else:
-            seconds_left = self._window_start + self._window_seconds - now
+            # clamped: a request timed just before the window opened must not read window + 1
+            seconds_left = min(self._window_seconds, self._window_start + self._window_seconds - now)
         reset = math.ceil(time.time() + seconds_left) if self._reset_header == "epoch" else math.ceil(seconds_left)
         return {
             "x-ratelimit-limit": str(limit if limit is not None else _DEFAULT_LIMIT_FOR_INJECTED_429),

@@ -13,8 +13,8 @@ bodies and headers, and mutations of AEP's own samples. For every one of them:
 `make test` runs FUZZ_EXAMPLES (default 1,500) cases; `FUZZ_EXAMPLES=10000 pytest tests/integration/test_ingest_fuzz.py`
 runs the full campaign. The count is printed and asserted at the end.
 
-Excluded on purpose: integer literals over 4,300 digits (Python refuses to parse them; that case is the strict xfail
-`test_an_integer_too_long_for_python_is_refused_not_retried` until it is fixed).
+Integer literals over 4,300 digits (Python refuses to parse them) are left to their own test,
+`test_an_integer_too_long_for_python_is_refused_not_retried`.
 """
 
 from __future__ import annotations
@@ -443,18 +443,9 @@ def test_every_malformed_request_gets_a_json_refusal_and_valid_ones_keep_working
     assert all(stats[str(status)] > 0 for status in (200, 400, 401, 413, 415))
 
 
-# ---------------------------------------------------------------------------------------------- known bugs
+# ------------------------------------------------------------------------------------- found by fuzzing (fixed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: an integer literal over 4,300 digits makes json.loads raise a plain ValueError (Python's int "
-        "max-str-digits limit), which IngestService.handle does not catch (it catches JSONDecodeError): "
-        "lambda_handler answers 503 'unexpected failure; retry the request', so AEP retries a request that can "
-        "never succeed"
-    ),
-)
 def test_an_integer_too_long_for_python_is_refused_not_retried(fuzz_stack: FuzzStack) -> None:
     # Given a profile whose attribute is an integer of 5,000 digits (valid JSON)
     body = ('{"identityMap":{"user_id":[{"id":"u-1"}]},"points":' + "9" * 5_000 + "}").encode()

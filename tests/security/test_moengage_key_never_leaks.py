@@ -211,15 +211,6 @@ def test_the_key_is_not_logged_when_moengage_echoes_it_with_its_header_name_or_r
     assert_no_key(log_output(), aws)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: aep_moengage/delivery/client.py scrub() removes the raw key and anything after the word "
-        "'authorization', not the Basic header value (base64 of workspace:key): when MoEngage's error text repeats "
-        "'Basic <value>' without that word, the value reaches failure_detail in the DLQ and the 'sent to the DLQ' "
-        "log line"
-    ),
-)
 @pytest.mark.parametrize("status", [400, 401, 500])
 def test_the_key_is_not_logged_when_moengage_echoes_the_basic_value_alone(
     aws: Aws, monkeypatch: pytest.MonkeyPatch, log_output: Callable[[], str], status: int

@@ -5,6 +5,7 @@ Retrying, splitting and bisecting are decided by `sending.py` from the classific
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -156,14 +157,15 @@ class MoEngageClient:
         if kind is CallKind.OK:
             return CallResult(kind, response.status_code, latency)
         error_type, error_message = _error_text(response.text)
-        secret = credentials.data_api_key.get_secret_value()
+        # The key itself and the Basic header value (base64 of workspace:key) MoEngage may echo back.
+        secrets = (auth[1], base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
         return CallResult(
             kind,
             response.status_code,
             latency,
             retry_after_seconds(response.headers.get("x-ratelimit-reset"), self._clock()),
-            scrub(error_type, secret),
-            scrub(error_message, secret),
+            scrub(error_type, *secrets),
+            scrub(error_message, *secrets),
         )
 
 

@@ -118,6 +118,8 @@ class IngestService:
             return refuse(400, "invalid_json", f"the body is not valid JSON: {error}")
         except RecursionError:
             return refuse(400, "invalid_json", "the body is nested too deeply")
+        except ValueError:  # e.g. an integer literal over Python's 4,300-digit limit
+            return refuse(400, "invalid_json", "the body holds a number too long to read")
         try:
             result = normalize_body(body)
         except UnrecognizedBodyError as error:
