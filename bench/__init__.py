@@ -2,7 +2,7 @@
 
 Every figure is measured in one run on this machine and, where it is a time, reported as a median (or p99) and as
 a ratio to a reference measured side by side in the same run (a bare SQS send, `import boto3`), so that the noise
-of a shared machine hits both. What each figure means: `docs/benchmarks.md`.
+of a shared machine hits both. What each figure means: the README, section Benchmarks.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Prices: us-east-1 list prices of `reference/costmodel.py` (the dict `P`; sources in `reference/reliability-perf.md`
 section 6), copied here so that the benchmark runs without the reference folder. Free tiers are ignored.
-What is measured and what is assumed is said per line in `docs/benchmarks.md`.
+What is measured and what is assumed is said per line in the README, section Benchmarks.
 """
 
 from __future__ import annotations

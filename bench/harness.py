@@ -42,7 +42,7 @@ def configure_environment() -> None:
             "POWERTOOLS_SERVICE_NAME": "aep-moengage",
             "POWERTOOLS_METRICS_NAMESPACE": "AepMoEngage",
             "POWERTOOLS_LOG_LEVEL": "INFO",
-            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here (see docs/benchmarks.md)
+            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here (see the README, Benchmarks)
             "SECRET_CACHE_SECONDS": "300",
         }
     )
