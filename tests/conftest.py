@@ -7,6 +7,7 @@ import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,60 @@ def log_output(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]
     previous = handler.setStream(buffer)  # type: ignore[attr-defined]
     yield lambda: buffer.getvalue() + capsys.readouterr().out
     handler.setStream(previous)  # type: ignore[attr-defined]
+
+
+INGEST_SECRET_NAME = "aep-moengage/ingest-tokens"
+
+
+@dataclass
+class IngestAws:
+    """moto's SQS queue and Secrets Manager as the ingest handler sees them."""
+
+    queue_url: str
+    sqs: Any
+    secrets: Any
+
+    def set_tokens(self, *tokens: str) -> None:
+        self.secrets.put_secret_value(SecretId=INGEST_SECRET_NAME, SecretString=json.dumps({"tokens": list(tokens)}))
+
+
+def reset_ingest_caches() -> None:
+    """Forget the ingest handler's settings, service and SQS client (built once per cold start)."""
+    import ingest_app
+    from aep_moengage.aws import sqs_client
+    from aep_moengage.ingest.settings import load_settings
+
+    load_settings.cache_clear()
+    ingest_app.ingest_service.cache_clear()
+    sqs_client.cache_clear()
+
+
+@contextmanager
+def moto_ingest(
+    monkeypatch: pytest.MonkeyPatch, *, tokens: tuple[str, ...], env: dict[str, str] | None = None
+) -> Iterator[IngestAws]:
+    """The ingest handler's AWS side in moto (queue and token secret) and its environment, caches reset."""
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        sqs = boto3.client("sqs")
+        secrets = boto3.client("secretsmanager")
+        queue_url = sqs.create_queue(QueueName="aep-moengage-profiles", Attributes={"MaximumMessageSize": "1048576"})[
+            "QueueUrl"
+        ]
+        secrets.create_secret(Name=INGEST_SECRET_NAME, SecretString=json.dumps({"tokens": list(tokens)}))
+        for name, value in {
+            "INGEST_TOKEN_SECRET_NAME": INGEST_SECRET_NAME,
+            "QUEUE_URL": queue_url,
+            **(env or {}),
+        }.items():
+            monkeypatch.setenv(name, value)
+        reset_ingest_caches()
+        try:
+            yield IngestAws(queue_url, sqs, secrets)
+        finally:
+            reset_ingest_caches()
 
 
 def load_event(name: str) -> dict[str, Any]:

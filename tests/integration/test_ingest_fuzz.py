@@ -29,21 +29,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
 import ingest_app
-from aep_moengage.aws import sqs_client
-from aep_moengage.ingest.settings import load_settings
 from aep_moengage.observability import logger
 from devstack.ingest_server import api_gateway_event
-from tests.conftest import AEP_SAMPLES_DIR, FakeLambdaContext, load_event
+from tests.conftest import AEP_SAMPLES_DIR, FakeLambdaContext, load_event, moto_ingest
 
 TOKEN = "fuzz-token-0123456789"
-SECRET_NAME = "aep-moengage/ingest-tokens"
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "1500"))
 MAX_BODY_BYTES = 65_536  # small, so that oversized bodies are cheap to generate
 QUEUE_MESSAGE_MAX_BYTES = 8_192  # small, so that oversized profiles are cheap to generate
@@ -70,33 +65,18 @@ class FuzzStack:
             )
 
 
-def reset_caches() -> None:
-    load_settings.cache_clear()
-    ingest_app.ingest_service.cache_clear()
-    sqs_client.cache_clear()
-
-
 @pytest.fixture
 def fuzz_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[FuzzStack]:
-    with mock_aws():
-        sqs = boto3.client("sqs")
-        secrets = boto3.client("secretsmanager")
-        queue_url = sqs.create_queue(QueueName="aep-moengage-profiles")["QueueUrl"]
-        secrets.create_secret(Name=SECRET_NAME, SecretString=json.dumps({"tokens": [TOKEN]}))
-        for name, value in {
-            "INGEST_TOKEN_SECRET_NAME": SECRET_NAME,
-            "QUEUE_URL": queue_url,
-            "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
-            "QUEUE_MESSAGE_MAX_BYTES": str(QUEUE_MESSAGE_MAX_BYTES),
-            "POWERTOOLS_METRICS_DISABLED": "true",
-        }.items():
-            monkeypatch.setenv(name, value)
-        reset_caches()
+    env = {
+        "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "QUEUE_MESSAGE_MAX_BYTES": str(QUEUE_MESSAGE_MAX_BYTES),
+        "POWERTOOLS_METRICS_DISABLED": "true",
+    }
+    with moto_ingest(monkeypatch, tokens=(TOKEN,), env=env) as aws:
         level = logger.log_level
         logger.setLevel("WARNING")  # thousands of requests: one INFO line each would flood the captured output
-        yield FuzzStack(queue_url, sqs)
+        yield FuzzStack(aws.queue_url, aws.sqs)
         logger.setLevel(level)
-        reset_caches()
 
 
 def invoke(event: dict[str, Any]) -> dict[str, Any]:

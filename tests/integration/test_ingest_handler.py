@@ -8,29 +8,27 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 import ingest_app
-from aep_moengage.aws import sqs_client
 from aep_moengage.ingest.settings import load_settings
 from aep_moengage.models.queue import QueueMessage
-from tests.conftest import AEP_SAMPLES_DIR, INGEST_EVENT_EXPECTATIONS, FakeLambdaContext, load_event
+from tests.conftest import (
+    AEP_SAMPLES_DIR,
+    INGEST_EVENT_EXPECTATIONS,
+    INGEST_SECRET_NAME,
+    FakeLambdaContext,
+    IngestAws,
+    load_event,
+    moto_ingest,
+    reset_ingest_caches,
+)
 
 TOKEN = "local-dev-token"
-SECRET_NAME = "aep-moengage/ingest-tokens"
 
 
 @dataclass
-class Stack:
-    queue_url: str
-    sqs: Any
-    secrets: Any
-
-    def set_tokens(self, *tokens: str) -> None:
-        self.secrets.put_secret_value(SecretId=SECRET_NAME, SecretString=json.dumps({"tokens": list(tokens)}))
-
+class Stack(IngestAws):
     def drain(self) -> list[dict[str, Any]]:
         """Every message in the queue (body parsed and validated as a QueueMessage) with its attributes."""
         found: list[dict[str, Any]] = []
@@ -51,26 +49,10 @@ class Stack:
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def reset_caches() -> None:
-    load_settings.cache_clear()
-    ingest_app.ingest_service.cache_clear()
-    sqs_client.cache_clear()
-
-
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    with mock_aws():
-        sqs = boto3.client("sqs")
-        secrets = boto3.client("secretsmanager")
-        queue_url = sqs.create_queue(QueueName="aep-moengage-profiles", Attributes={"MaximumMessageSize": "1048576"})[
-            "QueueUrl"
-        ]
-        secrets.create_secret(Name=SECRET_NAME, SecretString=json.dumps({"tokens": [TOKEN]}))
-        monkeypatch.setenv("INGEST_TOKEN_SECRET_NAME", SECRET_NAME)
-        monkeypatch.setenv("QUEUE_URL", queue_url)
-        reset_caches()
-        yield Stack(queue_url, sqs, secrets)
-        reset_caches()
+    with moto_ingest(monkeypatch, tokens=(TOKEN,)) as aws:
+        yield Stack(aws.queue_url, aws.sqs, aws.secrets)
 
 
 def invoke(event: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -100,7 +82,7 @@ def test_every_event_file_has_an_expectation() -> None:
 def test_event_files(stack: Stack, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given an event from events/ (the size-limit event is 74 KB, over the limit set here)
     monkeypatch.setenv("MAX_BODY_BYTES", "65536")
-    reset_caches()
+    reset_ingest_caches()
     status, accepted, rejected = EXPECTED_STATUS[name]
     event = load_event(name)
     # When the handler answers it
@@ -233,7 +215,7 @@ def test_sqs_down_answers_503_and_never_acknowledges_part_of_a_request(
 ) -> None:
     # Given SQS takes the first batch call then goes down, and the deadline is short
     monkeypatch.setenv("ENQUEUE_DEADLINE_MS", "300")
-    reset_caches()
+    reset_ingest_caches()
     flaky = FlakySqs(stack.sqs, down=True, succeed_calls=1)
     monkeypatch.setattr(ingest_app, "sqs_client", lambda: flaky)
     big = {"profiles": [{"identityMap": {"u": [{"id": f"u{i}"}]}, "attributes": {"b": "y" * 900}} for i in range(2000)]}
@@ -249,7 +231,7 @@ def test_sqs_down_answers_503_and_never_acknowledges_part_of_a_request(
 
 def test_token_rotation_old_and_new_both_accepted_while_listed(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SECRET_CACHE_SECONDS", "0")  # see every secret change at once
-    reset_caches()
+    reset_ingest_caches()
     body = json.loads(load_event("ingest_sdk_profiles.json")["body"])
     # Given the secret lists the old and the new token
     stack.set_tokens("old-token", "new-token")
@@ -272,14 +254,14 @@ def test_the_token_secret_is_cached_not_fetched_per_request(stack: Stack) -> Non
 
 
 def test_missing_token_secret_is_a_retryable_503(stack: Stack) -> None:
-    stack.secrets.delete_secret(SecretId=SECRET_NAME, ForceDeleteWithoutRecovery=True)
+    stack.secrets.delete_secret(SecretId=INGEST_SECRET_NAME, ForceDeleteWithoutRecovery=True)
     code, answer, headers = invoke(load_event("ingest_sdk_profiles.json"))
     assert code == 503 and answer["error"]["code"] == "auth_unavailable" and "Retry-After" in headers
 
 
 def test_source_allowlist(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ALLOWED_SOURCE_CIDRS", "198.51.100.0/24, 2001:db8::/32")
-    reset_caches()
+    reset_ingest_caches()
     event = load_event("ingest_sdk_profiles.json")
     assert invoke(event)[0] == 403  # 192.0.2.10 is not listed
     event["requestContext"]["http"]["sourceIp"] = "198.51.100.7"

@@ -22,13 +22,10 @@ from moto import mock_aws
 
 import deliver_app
 import ingest_app
-from aep_moengage.aws import sqs_client
 from aep_moengage.delivery import runtime
-from aep_moengage.ingest.settings import load_settings
 from devstack.moengage_emulator import MoEngageEmulator
-from tests.conftest import EVENTS_DIR, FakeLambdaContext, aep_sample_paths, load_event
+from tests.conftest import EVENTS_DIR, FakeLambdaContext, aep_sample_paths, load_event, moto_ingest
 
-INGEST_SECRET = "aep-moengage/ingest-tokens"
 MOENGAGE_SECRET = "aep-moengage/moengage"
 EVENT_TOKEN = "local-dev-token"  # what the event files present (ingest_basic_auth.json as a Basic password)
 WORKSPACE, KEY = "SECWS001", "mk-live-5f0c2d9e8b7a4136"
@@ -128,20 +125,9 @@ def traces(monkeypatch: pytest.MonkeyPatch) -> Iterator[CapturedTraces]:
 
 @pytest.fixture
 def ingest(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    with mock_aws():
-        sqs = boto3.client("sqs")
-        queue_url = sqs.create_queue(QueueName="aep-moengage-profiles")["QueueUrl"]
-        boto3.client("secretsmanager").create_secret(
-            Name=INGEST_SECRET, SecretString=json.dumps({"tokens": [EVENT_TOKEN]})
-        )
-        monkeypatch.setenv("INGEST_TOKEN_SECRET_NAME", INGEST_SECRET)
-        monkeypatch.setenv("QUEUE_URL", queue_url)
-        monkeypatch.setenv("MAX_BODY_BYTES", "65536")  # ingest_refused_too_large.json is 74 KB
-        for cache in (load_settings, ingest_app.ingest_service, sqs_client):
-            cache.cache_clear()
-        yield sqs
-        for cache in (load_settings, ingest_app.ingest_service, sqs_client):
-            cache.cache_clear()
+    # ingest_refused_too_large.json is 74 KB
+    with moto_ingest(monkeypatch, tokens=(EVENT_TOKEN,), env={"MAX_BODY_BYTES": "65536"}) as aws:
+        yield aws.sqs
 
 
 def ingest_events() -> list[tuple[str, dict[str, Any]]]:

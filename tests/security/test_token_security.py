@@ -17,17 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 import ingest_app
-from aep_moengage.aws import sqs_client
 from aep_moengage.ingest import auth
-from aep_moengage.ingest.settings import load_settings
-from tests.conftest import ROOT, FakeLambdaContext, load_event
+from tests.conftest import (
+    INGEST_SECRET_NAME,
+    ROOT,
+    FakeLambdaContext,
+    IngestAws,
+    load_event,
+    moto_ingest,
+    reset_ingest_caches,
+)
 
-SECRET_NAME = "aep-moengage/ingest-tokens"
 OLD, NEW = "old-token-4f1c9e0b7a3d2265", "new-token-8d02b6e1c5f74a93"
 BODY = json.dumps({"identityMap": {"user_id": [{"id": "u-security"}]}, "tier": "gold"})
 PRODUCT_SOURCES = sorted([*(ROOT / "layers/common/aep_moengage").rglob("*.py"), *(ROOT / "functions").rglob("*.py")])
@@ -39,14 +42,7 @@ def basic(user: str, password: str) -> str:
 
 
 @dataclass
-class Ingest:
-    queue_url: str
-    sqs: Any
-    secrets: Any
-
-    def set_tokens(self, *tokens: str) -> None:
-        self.secrets.put_secret_value(SecretId=SECRET_NAME, SecretString=json.dumps({"tokens": list(tokens)}))
-
+class Ingest(IngestAws):
     def post(self, authorization: str | None, body: str = BODY) -> tuple[int, dict[str, Any], dict[str, str]]:
         event = load_event("ingest_http_api_profile.json")
         event["headers"].pop("authorization", None)
@@ -63,25 +59,10 @@ class Ingest:
         return int(attributes["ApproximateNumberOfMessages"])
 
 
-def reset_caches() -> None:
-    load_settings.cache_clear()
-    ingest_app.ingest_service.cache_clear()
-    sqs_client.cache_clear()
-
-
 @pytest.fixture
 def ingest(monkeypatch: pytest.MonkeyPatch) -> Iterator[Ingest]:
-    with mock_aws():
-        sqs = boto3.client("sqs")
-        secrets = boto3.client("secretsmanager")
-        queue_url = sqs.create_queue(QueueName="aep-moengage-profiles")["QueueUrl"]
-        secrets.create_secret(Name=SECRET_NAME, SecretString=json.dumps({"tokens": [OLD]}))
-        monkeypatch.setenv("INGEST_TOKEN_SECRET_NAME", SECRET_NAME)
-        monkeypatch.setenv("QUEUE_URL", queue_url)
-        monkeypatch.setenv("SECRET_CACHE_SECONDS", "0")  # a rotation is seen by the next request
-        reset_caches()
-        yield Ingest(queue_url, sqs, secrets)
-        reset_caches()
+    with moto_ingest(monkeypatch, tokens=(OLD,), env={"SECRET_CACHE_SECONDS": "0"}) as aws:  # rotations seen at once
+        yield Ingest(aws.queue_url, aws.sqs, aws.secrets)
 
 
 REFUSED = [
@@ -159,7 +140,7 @@ def test_rotation_old_token_works_during_and_is_refused_after(ingest: Ingest) ->
 )
 def test_an_unusable_token_secret_fails_closed(ingest: Ingest, secret: Any) -> None:
     # Given the token secret holds no usable token
-    ingest.secrets.put_secret_value(SecretId=SECRET_NAME, SecretString=json.dumps(secret))
+    ingest.secrets.put_secret_value(SecretId=INGEST_SECRET_NAME, SecretString=json.dumps(secret))
     # When requests arrive with an empty credential or the previous token
     for authorization in ("Bearer ", f"Bearer {OLD}", basic("aep", ""), None):
         status, body, _ = ingest.post(authorization)
@@ -171,7 +152,7 @@ def test_an_unusable_token_secret_fails_closed(ingest: Ingest, secret: Any) -> N
 
 def test_a_missing_token_secret_fails_closed(ingest: Ingest) -> None:
     # Given the token secret was deleted
-    ingest.secrets.delete_secret(SecretId=SECRET_NAME, ForceDeleteWithoutRecovery=True)
+    ingest.secrets.delete_secret(SecretId=INGEST_SECRET_NAME, ForceDeleteWithoutRecovery=True)
     # When a request arrives with the token that used to be valid
     status, body, headers = ingest.post(f"Bearer {OLD}")
     # Then it is not accepted: 503 with Retry-After, and the error does not show the token
@@ -186,10 +167,10 @@ def test_a_source_outside_the_allowed_cidrs_is_refused_even_with_a_valid_token(
 ) -> None:
     # Given only 192.0.2.0/24 may call (the event comes from 192.0.2.10) and then only 198.51.100.0/24
     monkeypatch.setenv("ALLOWED_SOURCE_CIDRS", "192.0.2.0/24")
-    reset_caches()
+    reset_ingest_caches()
     assert ingest.post(f"Bearer {OLD}")[0] == 200
     monkeypatch.setenv("ALLOWED_SOURCE_CIDRS", "198.51.100.0/24")
-    reset_caches()
+    reset_ingest_caches()
     # When the same request comes from outside; Then 403, before any token is looked at
     status, body, _ = ingest.post(f"Bearer {OLD}")
     assert (status, body["error"]["code"]) == (403, "forbidden_source")
