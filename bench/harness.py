@@ -10,7 +10,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import botocore.client
 
 from bench import add_handler_paths
+from devstack.process import free_port
 from devstack.template import load_template, local_settings
 
 REGION = "us-east-1"
@@ -245,12 +245,6 @@ class AwsCallRecorder:
 
 
 # ------------------------------------------------------------------------------------------ MoEngage emulator
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class EmulatorProcess:

@@ -5,22 +5,18 @@ connector); profiles per second from the first post to the last MoEngage request
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 
-from bench import ROOT
-from bench.harness import free_port
 from bench.workload import TOKEN, request_body
+from devstack.process import StackProcess
 
 STACK_START_TIMEOUT = 60.0
 
@@ -32,13 +28,19 @@ class Delivery:
     users: int
 
 
-@dataclass
-class RunningStack:
-    api_url: str
-    emulator_url: str
-    process: subprocess.Popen[str]
-    deliveries: list[Delivery] = field(default_factory=list)
-    output: list[str] = field(default_factory=list)
+class RunningStack(StackProcess):
+    """`bench.stack_child` (the local stack with a hook that reports each request the emulator answers)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(env, token=TOKEN, module="bench.stack_child", on_line=self._record_delivery)
+        self.deliveries: list[Delivery] = []
+
+    def _record_delivery(self, line: str) -> bool:
+        if not line.startswith("BENCH "):
+            return False
+        _, at, status, users = line.split()
+        self.deliveries.append(Delivery(float(at), int(status), int(users)))
+        return True
 
     def delivered_users(self) -> int:
         """Customer elements MoEngage accepted so far."""
@@ -50,52 +52,12 @@ class RunningStack:
 
 @contextmanager
 def local_stack(extra_env: dict[str, str]) -> Iterator[RunningStack]:
-    """Like `tests/e2e/conftest.py`'s start_stack: free ports, the benchmark's token, output read until 'ready'."""
-    api, aws, emulator = free_port(), free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "MOENGAGE_"))},
-        "LOCAL_API_PORT": str(api),
-        "LOCAL_AWS_PORT": str(aws),
-        "MOENGAGE_EMULATOR_PORT": str(emulator),
-        "LOCAL_INGEST_TOKEN": TOKEN,
-        "POWERTOOLS_METRICS_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-        **extra_env,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.stack_child"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-    )
-    stack = RunningStack(f"http://127.0.0.1:{api}/v1/profiles", f"http://127.0.0.1:{emulator}", process)
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("BENCH "):
-                _, at, status, users = line.split()
-                stack.deliveries.append(Delivery(float(at), int(status), int(users)))
-                continue
-            stack.output.append(line.rstrip("\n"))
-            if line.strip() == "ready":
-                ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
+    stack = RunningStack({"POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "WARNING", **extra_env})
+    stack.start(timeout=STACK_START_TIMEOUT)
     try:
-        if not ready.wait(STACK_START_TIMEOUT):
-            raise RuntimeError("the local stack did not start:\n" + "\n".join(stack.output[-30:]))
         yield stack
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stack.stop()
 
 
 def _post_all(stack: RunningStack, bodies: list[str], clients: int = 2) -> tuple[float, float]:
@@ -119,7 +81,7 @@ def _post_all(stack: RunningStack, bodies: list[str], clients: int = 2) -> tuple
 def _wait_for_users(stack: RunningStack, users: int, timeout: float) -> None:
     ends = time.monotonic() + timeout
     while stack.delivered_users() < users:
-        if time.monotonic() > ends or stack.process.poll() is not None:
+        if time.monotonic() > ends or stack.returncode is not None:
             tail = "\n".join(stack.output[-20:])
             raise RuntimeError(f"delivered {stack.delivered_users()} of {users} users in {timeout} s:\n{tail}")
         time.sleep(0.05)

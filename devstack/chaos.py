@@ -28,11 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import queue
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -47,9 +45,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import requests
 
+from devstack.process import StackProcess
 from devstack.template import local_settings
 
 if TYPE_CHECKING:
@@ -157,99 +155,6 @@ def fault_pattern() -> tuple[int, ...]:
 
 
 # ------------------------------------------------------------------------------------------------------ the stack
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-class StackProcess:
-    """`python -m devstack` in a subprocess on free ports; keeps every line it prints."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.api_port, self.aws_port, self.emulator_port = free_port(), free_port(), free_port()
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "MOENGAGE_"))},
-            "LOCAL_API_PORT": str(self.api_port),
-            "LOCAL_AWS_PORT": str(self.aws_port),
-            "MOENGAGE_EMULATOR_PORT": str(self.emulator_port),
-            "LOCAL_INGEST_TOKEN": TOKEN,
-            "PYTHONUNBUFFERED": "1",
-            **env,
-        }
-        self.output: list[str] = []
-        self._ready = threading.Event()
-        self._process: subprocess.Popen[str] | None = None
-
-    @property
-    def api_url(self) -> str:
-        return f"http://{HOST}:{self.api_port}/v1/profiles"
-
-    @property
-    def emulator_url(self) -> str:
-        return f"http://{HOST}:{self.emulator_port}"
-
-    @property
-    def aws_url(self) -> str:
-        return f"http://{HOST}:{self.aws_port}"
-
-    def start(self, timeout: float = 90) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "devstack"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-        )
-        threading.Thread(target=self._pump, name="stack-output", daemon=True).start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise RuntimeError("the local stack did not print 'ready':\n" + "\n".join(self.output[-40:]))
-
-    def _pump(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
-        for line in self._process.stdout:
-            self.output.append(line.rstrip("\n"))
-            if line.strip() == "ready":
-                self._ready.set()
-
-    def stop(self) -> int | None:
-        process = self._process
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        return process.returncode
-
-    def sqs(self) -> SQSClient:
-        return boto3.client(
-            "sqs",
-            endpoint_url=self.aws_url,
-            region_name=REGION,
-            aws_access_key_id="local",
-            aws_secret_access_key="local",  # noqa: S106 - moto's placeholder credentials
-        )
-
-    def aws_env(self) -> dict[str, str]:
-        """Environment for `ops.redrive` against the stack's moto server."""
-        base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        return {
-            **base,
-            "AWS_ENDPOINT_URL": self.aws_url,
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_DEFAULT_REGION": REGION,
-        }
 
 
 class Emulator:
@@ -847,7 +752,8 @@ def run(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosRepor
             "LOCAL_FAULT_SQS_SEND_RATE": str(options.sqs_send_failure_rate),
             "MAX_RECEIVE_COUNT": str(options.max_receive_count),
             "RETRY_MAX_SECONDS": str(options.retry_max_seconds),
-        }
+        },
+        token=TOKEN,
     )
     stack.start()
     try:

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import AEP_SAMPLES_DIR, EVENTS_DIR, INGEST_EVENT_EXPECTATIONS, load_event
-from tests.e2e.conftest import TOKEN, RunningStack, start_stack, stop_stack
+from tests.e2e.conftest import TOKEN, RunningStack, start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -88,8 +88,7 @@ def stack() -> Iterator[RunningStack]:
     # The template's settings at 1/100 of their times, and a small body limit for the 413 event.
     running = start_stack({"MAX_BODY_BYTES": "65536"})
     yield running
-    stop_stack(running)
-    assert running.process.returncode == 0, "the stack did not stop cleanly on SIGTERM"
+    assert running.stop() == 0, "the stack did not stop cleanly on SIGTERM"
 
 
 @pytest.fixture(autouse=True)
@@ -167,7 +166,7 @@ def impatient_stack() -> Iterator[RunningStack]:
     """3 receives and 1 s between them, so that the DLQ is reached in seconds."""
     running = start_stack({"MAX_RECEIVE_COUNT": "3", "RETRY_MAX_SECONDS": "1"})
     yield running
-    stop_stack(running)
+    running.stop()
 
 
 def test_a_profile_that_keeps_failing_ends_in_the_dlq_with_its_reason(impatient_stack: RunningStack) -> None:
