@@ -152,6 +152,45 @@ def moto_ingest(
             reset_ingest_caches()
 
 
+MOENGAGE_SECRET_NAME = "aep-moengage/moengage"
+
+
+@dataclass
+class DeliveryAws:
+    """moto's queue, DLQ and MoEngage secret as the delivery handler sees them."""
+
+    sqs: Any
+    secrets: Any
+    queue_url: str
+    dlq_url: str
+
+
+@contextmanager
+def moto_delivery(
+    monkeypatch: pytest.MonkeyPatch, *, credentials: dict[str, str], env: dict[str, str] | None = None
+) -> Iterator[DeliveryAws]:
+    """The delivery handler's AWS side in moto and its environment (add MOENGAGE_BASE_URL), caches reset."""
+    import boto3
+    from moto import mock_aws
+
+    from aep_moengage.delivery import runtime
+
+    runtime.clear_caches()
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        queue_url = sqs.create_queue(QueueName="aep-moengage-queue")["QueueUrl"]
+        dlq_url = sqs.create_queue(QueueName="aep-moengage-dlq")["QueueUrl"]
+        secrets.create_secret(Name=MOENGAGE_SECRET_NAME, SecretString=json.dumps(credentials))
+        settings = {"MOENGAGE_SECRET_NAME": MOENGAGE_SECRET_NAME, "QUEUE_URL": queue_url, "DLQ_URL": dlq_url}
+        for name, value in {**settings, **(env or {})}.items():
+            monkeypatch.setenv(name, value)
+        try:
+            yield DeliveryAws(sqs, secrets, queue_url, dlq_url)
+        finally:
+            runtime.clear_caches()
+
+
 def load_event(name: str) -> dict[str, Any]:
     """Load one file of events/ (the same files feed `sam local invoke -e`)."""
     return json.loads((EVENTS_DIR / name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]

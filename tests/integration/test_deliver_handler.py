@@ -7,18 +7,15 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-from moto import mock_aws
 
 import deliver_app
 from aep_moengage.delivery import runtime
 from aep_moengage.models.queue import AudienceChange, AudienceStatus, CanonicalProfile, QueueMessage
 from devstack.moengage_emulator import MoEngageEmulator
-from tests.conftest import FakeLambdaContext, load_event
+from tests.conftest import MOENGAGE_SECRET_NAME, DeliveryAws, FakeLambdaContext, load_event, moto_delivery
 
-SECRET_NAME = "aep-moengage/moengage"
 CREDENTIALS = {"workspace_id": "LOCALWS", "data_api_key": "local-key", "data_center": "DC-01"}
 
 
@@ -30,14 +27,7 @@ def emulator() -> Iterator[MoEngageEmulator]:
     server.stop()
 
 
-class Aws:
-    def __init__(self) -> None:
-        self.sqs = boto3.client("sqs", region_name="us-east-1")
-        self.secrets = boto3.client("secretsmanager", region_name="us-east-1")
-        self.queue_url = self.sqs.create_queue(QueueName="aep-moengage-queue")["QueueUrl"]
-        self.dlq_url = self.sqs.create_queue(QueueName="aep-moengage-dlq")["QueueUrl"]
-        self.secrets.create_secret(Name=SECRET_NAME, SecretString=json.dumps(CREDENTIALS))
-
+class Aws(DeliveryAws):
     def dlq_messages(self) -> list[dict[str, Any]]:
         answer = self.sqs.receive_message(
             QueueUrl=self.dlq_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=0
@@ -96,20 +86,9 @@ def _lambda_record(message: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def aws(emulator: MoEngageEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     emulator.reset()
-    runtime.clear_caches()
-    with mock_aws():
-        resources = Aws()
-        for name, value in {
-            "MOENGAGE_SECRET_NAME": SECRET_NAME,
-            "MOENGAGE_BASE_URL": emulator.base_url,
-            "QUEUE_URL": resources.queue_url,
-            "DLQ_URL": resources.dlq_url,
-            "MOENGAGE_TIMEOUT_SECONDS": "1,2",
-            "MAX_RECEIVE_COUNT": "3",
-        }.items():
-            monkeypatch.setenv(name, value)
-        yield resources
-    runtime.clear_caches()
+    env = {"MOENGAGE_BASE_URL": emulator.base_url, "MOENGAGE_TIMEOUT_SECONDS": "1,2", "MAX_RECEIVE_COUNT": "3"}
+    with moto_delivery(monkeypatch, credentials=CREDENTIALS, env=env) as aws:
+        yield Aws(aws.sqs, aws.secrets, aws.queue_url, aws.dlq_url)
 
 
 def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
@@ -308,7 +287,7 @@ def test_rotated_key_is_picked_up_from_the_secret_after_a_401(aws: Aws, emulator
     # When the key is rotated in MoEngage and in the secret
     emulator.rotate_key("rotated-key")
     aws.secrets.put_secret_value(
-        SecretId=SECRET_NAME, SecretString=json.dumps({**CREDENTIALS, "data_api_key": "rotated-key"})
+        SecretId=MOENGAGE_SECRET_NAME, SecretString=json.dumps({**CREDENTIALS, "data_api_key": "rotated-key"})
     )
     response = invoke({"Records": [_fake_record(2, queue_message(a_profile(0, "u-2")))]})
     # Then the next batch is delivered after one 401

@@ -18,22 +18,19 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import boto3
 import pytest
 import requests
-from moto import mock_aws
 
 import deliver_app
 from aep_moengage.delivery import runtime
 from aep_moengage.models.queue import CanonicalProfile, QueueMessage
 from devstack.moengage_emulator import MoEngageEmulator
-from tests.conftest import FakeLambdaContext
+from tests.conftest import FakeLambdaContext, moto_delivery
 
 WORKSPACE, KEY = "KEYWS042", "dk-9a7f3c2e1b0d4f6a8c5e"
 PAIR = f"{WORKSPACE}:{KEY}"
 BASIC = base64.b64encode(PAIR.encode()).decode()
 SECRETS = (KEY, PAIR, BASIC)
-SECRET_NAME = "aep-moengage/moengage"
 
 
 class EchoingMoEngage(ThreadingHTTPServer):
@@ -91,26 +88,10 @@ class Aws:
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
-    with mock_aws():
-        sqs = boto3.client("sqs", region_name="us-east-1")
-        secrets = boto3.client("secretsmanager", region_name="us-east-1")
-        queue_url = sqs.create_queue(QueueName="aep-moengage-queue")["QueueUrl"]
-        dlq_url = sqs.create_queue(QueueName="aep-moengage-dlq")["QueueUrl"]
-        secrets.create_secret(
-            Name=SECRET_NAME,
-            SecretString=json.dumps({"workspace_id": WORKSPACE, "data_api_key": KEY, "data_center": "DC-01"}),
-        )
-        for name, value in {
-            "MOENGAGE_SECRET_NAME": SECRET_NAME,
-            "QUEUE_URL": queue_url,
-            "DLQ_URL": dlq_url,
-            "MOENGAGE_TIMEOUT_SECONDS": "0.5,1",
-            "MAX_RECEIVE_COUNT": "2",
-        }.items():
-            monkeypatch.setenv(name, value)
-        runtime.clear_caches()
-        yield Aws(sqs, dlq_url, secrets)
-        runtime.clear_caches()
+    credentials = {"workspace_id": WORKSPACE, "data_api_key": KEY, "data_center": "DC-01"}
+    env = {"MOENGAGE_TIMEOUT_SECONDS": "0.5,1", "MAX_RECEIVE_COUNT": "2"}
+    with moto_delivery(monkeypatch, credentials=credentials, env=env) as aws:
+        yield Aws(aws.sqs, aws.dlq_url, aws.secrets)
 
 
 def last_receive_batch() -> dict[str, Any]:

@@ -16,17 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 import deliver_app
 import ingest_app
-from aep_moengage.delivery import runtime
 from devstack.moengage_emulator import MoEngageEmulator
-from tests.conftest import EVENTS_DIR, FakeLambdaContext, aep_sample_paths, load_event, moto_ingest
+from tests.conftest import EVENTS_DIR, FakeLambdaContext, aep_sample_paths, load_event, moto_delivery, moto_ingest
 
-MOENGAGE_SECRET = "aep-moengage/moengage"
 EVENT_TOKEN = "local-dev-token"  # what the event files present (ingest_basic_auth.json as a Basic password)
 WORKSPACE, KEY = "SECWS001", "mk-live-5f0c2d9e8b7a4136"
 BASIC_KEY = base64.b64encode(f"{WORKSPACE}:{KEY}".encode()).decode()
@@ -191,26 +187,11 @@ class Delivery:
 
 @pytest.fixture
 def delivery(monkeypatch: pytest.MonkeyPatch) -> Iterator[Delivery]:
-    with MoEngageEmulator("127.0.0.1", 0, workspace_id=WORKSPACE, api_key=KEY) as emulator, mock_aws():
-        sqs = boto3.client("sqs", region_name="us-east-1")
-        queue_url = sqs.create_queue(QueueName="aep-moengage-queue")["QueueUrl"]
-        dlq_url = sqs.create_queue(QueueName="aep-moengage-dlq")["QueueUrl"]
-        boto3.client("secretsmanager", region_name="us-east-1").create_secret(
-            Name=MOENGAGE_SECRET,
-            SecretString=json.dumps({"workspace_id": WORKSPACE, "data_api_key": KEY, "data_center": "DC-01"}),
-        )
-        for name, value in {
-            "MOENGAGE_SECRET_NAME": MOENGAGE_SECRET,
-            "MOENGAGE_BASE_URL": emulator.base_url,
-            "QUEUE_URL": queue_url,
-            "DLQ_URL": dlq_url,
-            "MOENGAGE_TIMEOUT_SECONDS": "0.5,1",
-            "MAX_RECEIVE_COUNT": "2",
-        }.items():
-            monkeypatch.setenv(name, value)
-        runtime.clear_caches()
-        yield Delivery(emulator, sqs, dlq_url)
-        runtime.clear_caches()
+    credentials = {"workspace_id": WORKSPACE, "data_api_key": KEY, "data_center": "DC-01"}
+    with MoEngageEmulator("127.0.0.1", 0, workspace_id=WORKSPACE, api_key=KEY) as emulator:
+        env = {"MOENGAGE_BASE_URL": emulator.base_url, "MOENGAGE_TIMEOUT_SECONDS": "0.5,1", "MAX_RECEIVE_COUNT": "2"}
+        with moto_delivery(monkeypatch, credentials=credentials, env=env) as aws:
+            yield Delivery(emulator, aws.sqs, aws.dlq_url)
 
 
 def delivery_events() -> list[tuple[str, dict[str, Any]]]:
